@@ -9,7 +9,6 @@ import json
 import math
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +62,11 @@ def read_checkpoint_file(path: str | Path) -> object:
                 "nothing in it was run (loaded with weights_only=True)"
             ) from None
         raise EcbDeployError(f"not a PyTorch checkpoint: {path}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as e:
-        msg = str(e).strip().split(".")[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # noqa: BLE001 (see below)
+        # A corrupt file can make the unpickler raise almost anything (KeyError, IndexError,
+        # zlib/struct errors, ...); with weights_only=True nothing in it was run.
+        lines = str(e).strip().splitlines()
+        msg = lines[0].split(".")[0] if lines else type(e).__name__
         raise EcbDeployError(f"not a readable PyTorch checkpoint (truncated or corrupt?): {path}: {msg[:120]}") from None
 
 
@@ -191,6 +193,8 @@ def load_checkpoint(path: str | Path, *, with_idt: bool | None = None, pixel_ran
     fmt, sd, meta, notes = unwrap(read_checkpoint_file(path), prefer_ema)
     if not isinstance(sd, dict):
         raise EcbDeployError(f"not an ECBSR checkpoint: weights entry is a {type(sd).__name__}")
+    if not all(isinstance(k, str) for k in sd):
+        raise EcbDeployError("not an ECBSR checkpoint: its weights are not keyed by parameter names")
     sd = _strip_prefixes(sd)
     _check_tensors(sd)
     if meta is not None:
