@@ -155,6 +155,7 @@ def test_fuse_leaves_the_model_untouched_and_is_deterministic(make_ecbsr):
         assert ka == kb and torch.equal(va, vb)
 
 
+@torch.no_grad()
 def test_float64_fusion_is_no_worse_than_naive_float32(make_ecbsr):
     """Fusing in float64 and rounding once gives the float32 kernel nearest to the exact one;
     a naive float32 fusion of the same maths is measurably further away."""
