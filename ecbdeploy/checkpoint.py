@@ -9,6 +9,7 @@ import json
 import math
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def read_checkpoint_file(path: str | Path) -> object:
     if path.is_dir():
         raise EcbDeployError(f"checkpoint is a folder, not a file: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the outcome is handled below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
         if "Weights only load failed" in text and "Unsupported operand" not in text:
