@@ -132,6 +132,13 @@ def run(model, input_path, output_path, fused, threads, **kw):
     click.echo(f"{runner.name}: {tuple(y.shape)} -> {output_path}")
 
 
+from .commands_quality import evaluate_command, train_command, upscale_command  # noqa: E402
+
+cli.add_command(train_command)
+cli.add_command(evaluate_command)
+cli.add_command(upscale_command)
+
+
 def main():
     try:
         cli.main(standalone_mode=True)
