@@ -174,13 +174,20 @@ def _load_into(model: torch.nn.Module, sd: dict) -> None:
 def _sidecar(path: Path) -> dict:
     """Architecture facts written next to a checkpoint by `ecbdeploy train` (optional)."""
     side = path.with_suffix(".json")
-    if side.is_file():
-        try:
-            data = json.loads(side.read_text())
-            return data.get("arch", {}) if isinstance(data, dict) else {}
-        except (OSError, json.JSONDecodeError):
-            return {}
-    return {}
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    arch = data.get("arch") if isinstance(data, dict) else None
+    if not isinstance(arch, dict):  # some other tool's JSON
+        return {}
+    types = {"act": str, "with_idt": bool, "pixel_range": (int, float)}
+    bad = [k for k, t in types.items() if k in arch and not isinstance(arch[k], t)]
+    if bad:
+        raise EcbDeployError(f"invalid sidecar {side.name}: wrong type for arch {', '.join(bad)}")
+    return arch
 
 
 def load_checkpoint(path: str | Path, *, with_idt: bool | None = None, pixel_range: float | None = None,

@@ -424,3 +424,21 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path, kind, how):
     assert not marker.exists()
     load_error(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("text", ['{"arch": "ecbsr"}', "[1, 2]", '{"other": 1}', "not json", "\udcff"])
+def test_unrelated_sidecar_json_is_ignored(tmp_path, small, text):
+    """A .json next to the checkpoint that is not ecbdeploy's sidecar does not get in the way."""
+    path = tmp_path / "m.pth"
+    torch.save(small[1], path)
+    path.with_suffix(".json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    loaded = load_checkpoint(path)
+    assert loaded.arch.pixel_range == 255.0 and loaded.arch.with_idt is False
+
+
+@pytest.mark.parametrize("arch", ['{"pixel_range": "abc"}', '{"with_idt": "false"}', '{"act": 3}'])
+def test_malformed_sidecar_is_a_one_line_error(tmp_path, small, arch):
+    path = tmp_path / "m.pth"
+    torch.save(small[1], path)
+    path.with_suffix(".json").write_text(f'{{"arch": {arch}}}')
+    assert "m.json" in load_error(path)
