@@ -132,7 +132,7 @@ def infer_arch(sd: dict, *, act: str | None, with_idt: bool, pixel_range: float)
     if head.ndim != 4 or tail.ndim != 4:
         raise EcbDeployError("inconsistent shapes: conv3x3 weights must be 4-D")
     channels, colors = int(head.shape[0]), int(head.shape[1])
-    ratio = tail.shape[0] / colors
+    ratio = tail.shape[0] / max(colors, 1)  # colors=0 is rejected by ArchSpec below
     scale = round(math.sqrt(ratio))
     if scale * scale != ratio:
         raise EcbDeployError(

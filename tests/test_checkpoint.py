@@ -316,6 +316,7 @@ def test_unexpected_keys_are_named(tmp_path, small):
     ("backbone.0.act.weight", (4,)),
     ("backbone.3.conv3x3.weight", (5, 8, 3, 3)),  # tail: 5 outputs is no colours x scale^2
     ("backbone.0.conv3x3.weight", (8, 9)),
+    ("backbone.0.conv3x3.weight", (8, 0, 3, 3)),  # no input colour at all
 ])
 def test_inconsistent_shapes(tmp_path, small, key, shape):
     sd = dict(small[1], **{key: torch.zeros(shape)})
