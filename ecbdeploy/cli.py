@@ -139,6 +139,17 @@ cli.add_command(evaluate_command)
 cli.add_command(upscale_command)
 
 
+from .android.command import bench_android_command  # noqa: E402
+
+cli.add_command(bench_android_command)
+
+
+from .commands_export import export_command, verify_command  # noqa: E402
+
+cli.add_command(export_command)
+cli.add_command(verify_command)
+
+
 def main():
     try:
         cli.main(standalone_mode=True)

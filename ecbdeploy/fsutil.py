@@ -20,10 +20,31 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def native_stderr_to(log_path: str | Path):
+    """Send what C++ libraries (TensorFlow, LiteRT) print on fd 2 to a log file for a while."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

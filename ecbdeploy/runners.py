@@ -89,7 +89,7 @@ class TfliteRunner(Runner):
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
         _, h, w, _ = self.inp["shape"]
-        super().__init__("litert", Path(path), arch or arch_from_sidecar(path), (int(h), int(w)))
+        super().__init__("litert", Path(path), arch or arch_from_tflite(path) or arch_from_sidecar(path), (int(h), int(w)))
 
     def _run(self, x):
         nhwc = np.transpose(x, (0, 2, 3, 1))
@@ -105,6 +105,17 @@ class TfliteRunner(Runner):
             scale, zero = self.out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
         return np.transpose(y, (0, 3, 1, 2)).astype(np.float32)
+
+
+def arch_from_tflite(path) -> ArchSpec | None:
+    """The architecture ecbdeploy stored in the .tflite metadata, if any."""
+    from .tflite_export import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception:  # a .tflite from elsewhere may not parse with our schema; fall back
+        return None
+    return ArchSpec.from_dict(meta["arch"]) if meta and "arch" in meta else None
 
 
 def arch_from_sidecar(path) -> ArchSpec | None:
