@@ -58,7 +58,6 @@ def make_ecbsr():
     def make(blocks=1, channels=8, colors=1, scale=2, act="prelu", with_idt=False, pixel_range=255.0, seed=0):
         arch = ArchSpec(blocks=blocks, channels=channels, colors=colors, scale=scale, act=act,
                         with_idt=with_idt, pixel_range=float(pixel_range))
-        torch.manual_seed(seed)
         return randomize_ecbsr_(ECBSR(arch), seed).eval()
 
     return make
