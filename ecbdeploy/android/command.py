@@ -75,9 +75,7 @@ def _csv_ints(text: str) -> tuple[int, ...]:
               metavar="PERCENT", help="Slow-down that counts as a regression with --compare.")
 @click.option("--fail-on-regression", is_flag=True,
               help="Exit 1 when --compare finds a regression (default: flag it in the table, exit 0).")
-def bench_android_command(models, serial, all_devices, delegates, threads, runs, warmup, timeout,
-                          benchmark_binary, fetch_binary, binary_url, adb_option, op_profiling, json_out,
-                          keep, compare, regression_threshold, fail_on_regression):
+def bench_android_command(models, delegates, threads, runs, warmup, timeout, op_profiling, keep, **options):
     """Benchmark TFLite MODELs on attached Android phones with TFLite's benchmark_model.
 
     Runs every MODEL × delegate × threads combination through adb, records latency (avg, min,
@@ -86,19 +84,18 @@ def bench_android_command(models, serial, all_devices, delegates, threads, runs,
     combination ran (regressions are flagged, not fatal, unless --fail-on-regression), 1 when
     none did or on a setup error (no adb, no device, wrong ABI, no binary).
     """
-    if serial and all_devices:
+    if options["serial"] and options["all_devices"]:
         raise click.UsageError("use either --serial or --all-devices, not both")
     settings = Settings(delegates=_csv_choice(delegates), threads=_csv_ints(threads), runs=runs, warmup=warmup,
                         op_profiling=op_profiling, timeout=timeout, keep=keep)
     try:
-        _bench(models, serial, all_devices, settings, benchmark_binary, fetch_binary, binary_url, adb_option,
-               json_out, compare, regression_threshold, fail_on_regression)
+        _bench(models, settings, **options)
     except EcbDeployError as e:
         raise click.ClickException(str(e)) from None
 
 
-def _bench(models, serial, all_devices, settings, benchmark_binary, fetch_binary, binary_url, adb_option,
-           json_out, compare, regression_threshold, fail_on_regression) -> None:
+def _bench(models, settings: Settings, *, serial, all_devices, benchmark_binary, fetch_binary, binary_url,
+           adb_option, json_out, compare, regression_threshold, fail_on_regression) -> None:
     baseline = Baseline(compare, regression_threshold / 100) if compare else None  # read before OUT is rewritten
     model_list = model_files(models)
     adb = adb_mod.find_adb(adb_option)
@@ -114,21 +111,24 @@ def _bench(models, serial, all_devices, settings, benchmark_binary, fetch_binary
     lock = threading.Lock()
 
     def progress(line: str) -> None:
-        with lock:
+        with lock:  # whole lines from the device threads
             click.echo(line)
 
     bench_devices(jobs, model_list, settings, store, progress)
     store.finish()
-    results = store.results
-    click.echo("")
-    click.echo(format_table(results))
+    _summarise(store, fail_on_regression)
+
+
+def _summarise(store: ResultStore, fail_on_regression: bool) -> None:
+    """Print the table; exit 1 when nothing ran, or on a regression if asked to."""
+    results, baseline, paths = store.results, store.baseline, store.paths
     failed = [r for r in results if not r.ok]
     regressions = [r for r in results if r.regression]
-    paths = store.paths
-    click.echo(f"\n{len(results) - len(failed)} ok, {len(failed)} failed"
-               + (f", {len(regressions)} REGRESSION(S) against {baseline.path}" if baseline else "")
-               + f"; wrote {paths['json']}, {paths['csv']}, {paths['md']}")
-    if results and not any(r.ok for r in results):
+    click.echo("\n" + format_table(results))
+    against = f", {len(regressions)} REGRESSION(S) against {baseline.path}" if baseline else ""
+    click.echo(f"\n{len(results) - len(failed)} ok, {len(failed)} failed{against}; "
+               f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+    if results and len(failed) == len(results):
         raise EcbDeployError(f"all {len(results)} combinations failed (first: {failed[0].error}); "
                              f"details in {paths['json']}")
     if regressions and fail_on_regression:

@@ -122,8 +122,12 @@ class ResultStore:
 
     @property
     def results(self) -> list[BenchResult]:
+        """In plan order: device by device, then model × delegate × threads."""
         with self._lock:
-            return [r for _, r in sorted(self._results, key=lambda item: item[0])]
+            return self._ordered()
+
+    def _ordered(self) -> list[BenchResult]:
+        return [r for _, r in sorted(self._results, key=lambda item: item[0])]
 
     def add(self, result: BenchResult, plan_index: int) -> None:
         if self.baseline is not None:
@@ -138,7 +142,7 @@ class ResultStore:
 
     def write(self) -> None:
         with self._lock:  # one writer at a time: each file is always one whole snapshot
-            results = [r for _, r in sorted(self._results, key=lambda item: item[0])]
+            results = self._ordered()
             write_text_atomic(self.paths["json"], json.dumps(self._document(results), indent=2) + "\n")
             write_text_atomic(self.paths["csv"], to_csv(results))
             write_text_atomic(self.paths["md"], to_markdown(results, self.devices, self.baseline))
