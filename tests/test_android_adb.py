@@ -44,6 +44,13 @@ def entries(*pairs):
     return [DeviceEntry(s, state) for s, state in pairs]
 
 
+def test_several_devices_are_named_with_their_model():
+    listed = parse_devices(DEVICES_L)
+    with pytest.raises(AdbError, match=r"^4 devices attached \(R58M12ABCDE Pixel_7, emulator-5554, "
+                                       r"192.168.1.7:5555, 0123456789ABCDEF\): pass --serial SERIAL"):
+        select_devices(listed, None, False)
+
+
 def test_select_the_only_device_or_the_asked_one():
     assert select_devices(entries(("A", "device")), None, False) == ["A"]
     assert select_devices(entries(("A", "device"), ("B", "device")), "B", False) == ["B"]

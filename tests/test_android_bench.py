@@ -194,7 +194,7 @@ def test_all_devices_benchmarks_each_ready_device_and_skips_the_others(phones, f
 
 @pytest.mark.parametrize("setup, args, message", [
     ([], [], "no Android device found"),
-    ([("A1", "device"), ("B2", "device")], [], "2 devices attached (A1, B2): pass --serial SERIAL or --all-devices"),
+    ([("A1", "device"), ("B2", "device")], [], "2 devices attached (A1 Pixel_7, B2 Pixel_7): pass --serial SERIAL or --all-devices"),
     ([("A1", "unauthorized")], [], "device A1 is unauthorized: unlock it and accept"),
     ([("A1", "offline")], [], "device A1 is offline: replug the USB cable"),
     ([("A1", "device")], ["--serial", "ZZ"], "device ZZ is not attached (adb devices lists: A1)"),

@@ -161,8 +161,9 @@ def select_devices(entries: list[DeviceEntry], serial: str | None, all_devices: 
                 _require_ready(e)
         return ready
     if len(entries) > 1:
-        raise AdbError(f"{len(entries)} devices attached ({', '.join(by_serial)}): "
-                       "pass --serial SERIAL or --all-devices")
+        attached = ", ".join(f"{e.serial} {e.details['model']}" if "model" in e.details else e.serial
+                             for e in entries)
+        raise AdbError(f"{len(entries)} devices attached ({attached}): pass --serial SERIAL or --all-devices")
     _require_ready(entries[0])
     return [entries[0].serial]
 

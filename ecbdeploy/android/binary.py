@@ -70,7 +70,7 @@ def resolve_binary(option: str | None, abi: str, fetch: bool, url: str | None) -
     """The local benchmark_model to use for a device of `abi`; downloads only when `fetch`."""
     chosen = option or os.environ.get(BINARY_ENV)
     if chosen:
-        path = Path(chosen).expanduser()
+        path = Path(chosen).expanduser().resolve()  # absolute: adb must never read it as an option
         if not path.is_file():
             source = "--benchmark-binary" if option else f"${BINARY_ENV}"
             raise EcbDeployError(f"benchmark binary not found: {path} (from {source})")

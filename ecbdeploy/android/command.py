@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
@@ -144,4 +143,4 @@ def _device_job(adb: str, serial: str, benchmark_binary, fetch_binary, binary_ur
     binary_abi = check_abi(binary, list(facts.abis), serial)
     click.echo(f"{serial}: {facts.manufacturer} {facts.model}, SoC {facts.soc or '?'}, Android {facts.android}, "
                f"{facts.abi}; benchmark_model {binary} ({binary_abi or 'script, ABI not checked'})")
-    return DeviceJob(device, facts, Path(binary))
+    return DeviceJob(device, facts, binary)
