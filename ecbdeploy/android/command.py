@@ -105,7 +105,7 @@ def _bench(models, settings: Settings, *, serial, all_devices, benchmark_binary,
             click.echo(f"warning: skipping device {entry.serial} ({entry.state})", err=True)
     jobs = [_device_job(adb, s, benchmark_binary, fetch_binary, binary_url) for s in serials]
 
-    store = ResultStore(json_out, asdict(settings), [j.facts for j in jobs], serials, baseline)
+    store = ResultStore(json_out, asdict(settings), [j.facts for j in jobs], baseline)
     store.write()
     lock = threading.Lock()
 

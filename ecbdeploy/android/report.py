@@ -88,7 +88,7 @@ class Baseline:
             raise EcbDeployError(f"--compare {path}: not a bench-android JSON ({e})") from None
         self.avg_us = {}
         for r in results:
-            if r.get("status") == "ok" and isinstance(r.get("avg_us"), (int, float)):
+            if r.get("status") == "ok" and isinstance(r.get("avg_us"), (int, float)) and r["avg_us"] > 0:
                 key = (r.get("device_id") or r.get("device"), r.get("model"), r.get("delegate"), r.get("threads"))
                 self.avg_us[key] = float(r["avg_us"])
 
@@ -109,11 +109,11 @@ class ResultStore:
     """Collects results from the device threads and rewrites the three output files after each."""
 
     def __init__(self, json_out: str | Path, settings: dict, devices: list[DeviceFacts],
-                 device_order: list[str], baseline: Baseline | None = None):
+                 baseline: Baseline | None = None):
         self.paths = output_paths(json_out)
         self.settings = settings
         self.devices = devices
-        self.device_order = {serial: i for i, serial in enumerate(device_order)}
+        self.device_order = {d.serial: i for i, d in enumerate(devices)}
         self.baseline = baseline
         self.started = _now()
         self.finished: str | None = None
