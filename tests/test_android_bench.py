@@ -300,6 +300,8 @@ def test_crash_mid_run_keeps_results_before_and_after(phones, fake_binary, tmp_p
     assert by_model["fail.tflite"]["error"] == "exited with code 1: Failed to apply the delegate.; Benchmarking failed."
     assert by_model["garbage.tflite"]["error"].startswith("unparsable output: no inference timing")
     assert "3 failed" in r.output and "FAILED: crashed (SIGSEGV)" in r.output
+    # Without --keep the run's own folder is removed, failures or not, and nothing else.
+    assert not phones.remote_dir("A1").exists() and phones.remote_dir("A1").parent.is_dir()
 
 
 def test_time_out_is_recorded_and_the_next_combination_runs(phones, fake_binary, tmp_path):
@@ -395,9 +397,12 @@ def test_names_with_spaces_quotes_and_semicolons_work_and_inject_nothing(phones,
 def test_keep_leaves_files_and_the_next_run_skips_unchanged_ones(phones, fake_binary, tmp_path):
     phones.add("A1")
     a, b = make_models(tmp_path / "m", "a.tflite", "b.tflite")
-    assert bench(a, b, "--delegates", "cpu", "--keep", binary=fake_binary).exit_code == 0
+    fake_binary.chmod(0o644)  # as a download would be: the pushed copy must still run
+    r = bench(a, b, "--delegates", "cpu", "--keep", binary=fake_binary)
+    assert r.exit_code == 0, r.output
     assert sorted(phones.pushes()) == ["a.tflite", "b.tflite", "benchmark_model"]
     assert (phones.remote_dir("A1") / "a.tflite").exists()
+    assert (phones.remote_dir("A1") / "benchmark_model").stat().st_mode & stat.S_IXUSR
 
     Path(b).write_bytes(b"TFL3 changed")
     phones.log.unlink()
@@ -406,25 +411,6 @@ def test_keep_leaves_files_and_the_next_run_skips_unchanged_ones(phones, fake_bi
     assert phones.pushes() == ["b.tflite"]
     assert "pushed 1 file(s), 2 already on the device" in r.output
     assert (phones.remote_dir("A1") / "b.tflite").read_bytes() == b"TFL3 changed"
-
-
-def test_without_keep_the_device_folder_is_removed(phones, fake_binary, tmp_path):
-    phones.add("A1")
-    r = bench(*make_models(tmp_path / "m", "a.tflite"), "--delegates", "cpu", binary=fake_binary)
-    assert r.exit_code == 0, r.output
-    assert len(phones.benchmark_calls("A1")) == 1  # it did run there
-    assert not phones.remote_dir("A1").exists()
-    assert phones.remote_dir("A1").parent.is_dir()  # only its own folder goes
-
-
-def test_pushed_binary_is_made_executable(phones, tmp_path, fake_binary):
-    phones.add("A1")
-    plain = tmp_path / "plain_benchmark_model"
-    plain.write_bytes(fake_binary.read_bytes())
-    plain.chmod(0o644)  # as a download would be
-    r = bench(*make_models(tmp_path / "m", "a.tflite"), "--delegates", "cpu", "--keep", binary=plain)
-    assert r.exit_code == 0, r.output
-    assert (phones.remote_dir("A1") / "benchmark_model").stat().st_mode & stat.S_IXUSR
 
 
 # ---- --compare -----------------------------------------------------------------------------------
