@@ -73,9 +73,10 @@ load_flags, load_options, user_errors = _cli_helpers()
               help="Folder of calibration images (PNG/JPEG/BMP/TIFF; any of grey, RGB, RGBA, 16-bit), each at least "
                    "input size x scale. Default: scikit-image's bundled photographs (held-out ones excluded).")
 @click.option("--calib-count", type=int, default=16, show_default=True, help="Number of calibration samples.")
-@click.option("--int8-form", type=click.Choice(["auto", "native", "max"]), default="auto", show_default=True,
-              help="How PReLU is written in the int8 graph: native PRELU, or max(x, a*x) (exact for slopes in [0, 1], "
-                   "runs in XNNPACK). auto picks max when the slopes allow.")
+@click.option("--int8-form", type=click.Choice(["auto", "native", "addrelu"]), default="auto", show_default=True,
+              help="How PReLU is written in the int8 graph: native PRELU (not run by XNNPACK in int8), or "
+                   "x + relu((a-1)*x) (exact for slopes <= 1; MUL+ReLU and ADD, both run in int8). "
+                   "auto picks addrelu when the slopes allow.")
 @click.option("--tolerance", "tolerance_items", multiple=True, metavar="STAGE=VALUE", help=TOLERANCE_HELP)
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for LiteRT/ONNX Runtime checks.")
 @click.option("-v", "--verbose", is_flag=True, help="Show onnx2tf/TensorFlow logs (always saved in OUTDIR/logs/).")

@@ -8,7 +8,6 @@ DCR as one native op, while CRD becomes a 6-D reshape/transpose chain.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .arch import RRELU_BOUNDS, ArchSpec

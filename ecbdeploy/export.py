@@ -13,15 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import calibration, parity, report as report_mod
+from . import calibration, parity
+from . import report as report_mod
 from .api import fused_model
 from .checkpoint import load_checkpoint
 from .errors import EcbDeployError
 from .fsutil import ensure_dir, native_stderr_to, sha256_file
-from .onnx_export import DEFAULT_OPSET, export_onnx, prelu_slopes_in_unit_range
+from .onnx_export import DEFAULT_OPSET, export_onnx, prelu_slopes_allow_addrelu
 from .runners import OnnxRunner, TfliteRunner, TorchRunner
 from .tflite_export import (
-    TFLITE_TARGETS, arch_metadata, collect, edge_only_quantize, finalize, gpu_verdict, make_workdir, op_counts,
+    TFLITE_TARGETS,
+    arch_metadata,
+    collect,
+    edge_only_quantize,
+    finalize,
+    gpu_verdict,
+    make_workdir,
+    op_counts,
     run_onnx2tf,
 )
 
@@ -62,7 +70,7 @@ class ExportConfig:
     calib_count: int = calibration.DEFAULT_CALIB_COUNT
     tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     threads: int = 2
-    int8_form: str = "auto"  # auto | native | max
+    int8_form: str = "auto"  # auto | native | addrelu
     speed_runs: int = 10
     verbose: bool = False
     load_flags: dict = field(default_factory=dict)
@@ -84,10 +92,10 @@ def default_input_hw(scale: int) -> tuple[int, int]:
 
 
 def choose_int8_form(plain, requested: str) -> str:
-    """int8 PReLU is not run by XNNPACK (3.5x slower than fp32); max(x, a*x) is, when slopes allow."""
+    """int8 PRELU is not run by XNNPACK (3.5x slower than fp32); x + relu((a-1) x) is, when slopes allow."""
     if requested != "auto":
         return requested
-    return "max" if prelu_slopes_in_unit_range(plain) else "native"
+    return "addrelu" if prelu_slopes_allow_addrelu(plain) else "native"
 
 
 def _io_figures(runner) -> tuple[dict, dict]:
@@ -119,7 +127,7 @@ def export(ckpt, config: ExportConfig, progress=lambda msg: None) -> dict:
     tflite_keys = [k for k in TFLITE_TARGETS if k in config.formats]
     if config.dynamic and tflite_keys:
         raise EcbDeployError("--dynamic applies to ONNX only; TFLite needs a static input size (use --formats onnx)")
-    outdir = ensure_dir(config.outdir)
+    outdir = ensure_dir(config.outdir).resolve()
     started = time.time()
 
     progress("loading checkpoint")
@@ -171,6 +179,9 @@ def export(ckpt, config: ExportConfig, progress=lambda msg: None) -> dict:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    order = ["fused", *FORMATS]
+    rep["stages"].sort(key=lambda st: order.index(st["stage"]))
+    rep["artifacts"].sort(key=lambda art: order.index(art["target"]))
     rep["wall_time_s"] = round(time.time() - started, 1)
     rep["failures"] = [f"{s['stage']}: {s['tolerance']['metric']} {s['tolerance']['value']:.4g} "
                        f"(limit {s['tolerance']['limit']:g})" for s in rep["stages"] if not s["passed"]]
@@ -202,14 +213,16 @@ def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, ima
     for k in keys:
         plan.setdefault(int8_form if k == "int8" else "native", []).append(k)
     for form, form_keys in plan.items():
-        src = onnx_art.path
-        if form != "native":
-            src = workdir / f"{name}_{form}.onnx"
+        # onnx2tf rewrites its input file (op names), so it always gets its own copy.
+        src = workdir / f"{name}_{form}.onnx"
+        if form == "native":
+            shutil.copyfile(onnx_art.path, src)
+        else:
             export_onnx(plain, src, input_hw=hw, opset=config.opset, clamp=config.clamp, activation_form=form)
         integer = any(TFLITE_TARGETS[k].integer for k in form_keys)
         progress(f"converting with onnx2tf ({', '.join(form_keys)}; activation form '{form}')")
         out_folder = run_onnx2tf(src, workdir / form, sample_images=samples, calibration=calib if integer else None,
-                                 io_dtype=config.io_dtype, log_path=outdir / "logs" / f"onnx2tf_{form}.log",
+                                 log_path=outdir / "logs" / f"onnx2tf_{form}.log",
                                  verbose=config.verbose)
         for k in form_keys:
             target = TFLITE_TARGETS[k]
@@ -253,7 +266,8 @@ def _graph_check(path, key: str, colors: int) -> dict:
         problems.append(f"{ops['CONCATENATION']} CONCATENATION ops")
     if ops.get("DEPTH_TO_SPACE", 0) != 1:
         problems.append("no single DEPTH_TO_SPACE op")
-    if TFLITE_TARGETS[key].integer and not edge_only_quantize(path):
+    # int16x8 is TFLite's mixed mode: ops without int16 kernels (PRELU, DEPTH_TO_SPACE) fall back to float.
+    if key == "int8" and not edge_only_quantize(path):
         problems.append("QUANTIZE/DEQUANTIZE between layers")
     return {"passed": not problems, "problems": problems}, ops
 

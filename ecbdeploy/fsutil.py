@@ -36,7 +36,8 @@ def _umask() -> int:
 @contextlib.contextmanager
 def native_stderr_to(log_path: str | Path):
     """Send what C++ libraries (TensorFlow, LiteRT) print on fd 2 to a log file for a while."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    if str(log_path) != os.devnull:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     saved = os.dup(2)
     with open(log_path, "a") as log:
         os.dup2(log.fileno(), 2)

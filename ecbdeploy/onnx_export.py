@@ -23,13 +23,14 @@ from .fsutil import atomic_path
 
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 DEFAULT_OPSET = 17
-ACTIVATION_OPS = {"PRelu", "Relu", "LeakyRelu", "Max", "Mul", "Min", "Softplus"}
+ACTIVATION_OPS = {"PRelu", "Relu", "LeakyRelu", "Mul"}
 ALLOWED_OPS = {"Conv", "Add", "Concat", "DepthToSpace", "Clip"} | ACTIVATION_OPS
 FORBIDDEN_OPS = {"Transpose", "Reshape", "Gather", "Shape", "Tile", "Expand"}
 
-# How a PReLU is written into the graph. "native" keeps one PRelu op (what GPU delegates want);
-# "max" writes max(x, a*x), exact for slopes in [0, 1], which int8 CPU kernels run far faster.
-ACTIVATION_FORMS = ("native", "max")
+# How a PReLU is written into the graph. "native" keeps one PRelu op (what GPU delegates want).
+# "addrelu" writes x + relu((a - 1) * x), exact for slopes a <= 1: in TFLite that is a MUL with a
+# fused ReLU and an ADD, both run by XNNPACK in int8, where an int8 PRELU (or MAXIMUM) is not.
+ACTIVATION_FORMS = ("native", "addrelu")
 
 
 class _DepthToSpaceDCR(torch.autograd.Function):
@@ -46,13 +47,13 @@ class _DepthToSpaceDCR(torch.autograd.Function):
         return g.op("DepthToSpace", x, blocksize_i=scale, mode_s="DCR")
 
 
-class _PReLUAsMax(nn.Module):
+class _PReLUAsAddRelu(nn.Module):
     def __init__(self, prelu: nn.PReLU):
         super().__init__()
-        self.register_buffer("slope", prelu.weight.detach().clone().view(1, -1, 1, 1))
+        self.register_buffer("slope_minus_one", prelu.weight.detach().clone().view(1, -1, 1, 1) - 1.0)
 
     def forward(self, x):
-        return torch.maximum(x, x * self.slope)
+        return x + torch.relu(x * self.slope_minus_one)
 
 
 class ExportNet(nn.Module):
@@ -64,13 +65,13 @@ class ExportNet(nn.Module):
         self.arch, self.clamp = plain.arch, clamp
         self.convs = dcr.convs
         acts = list(dcr.acts)
-        if activation_form == "max" and self.arch.act == "prelu":
-            slopes = torch.cat([a.weight.detach().flatten() for a in acts])
-            if slopes.min() < 0 or slopes.max() > 1:
-                raise EcbDeployError(
-                    f"PReLU slopes span [{slopes.min():.3g}, {slopes.max():.3g}]; max(x, a*x) needs them in [0, 1]"
-                )
-            acts = [_PReLUAsMax(a) for a in acts]
+        if activation_form not in ACTIVATION_FORMS:
+            raise EcbDeployError(f"unknown activation form {activation_form!r}")
+        if activation_form == "addrelu" and self.arch.act == "prelu":
+            if not prelu_slopes_allow_addrelu(plain):
+                slopes = torch.cat([a.weight.detach().flatten() for a in acts])
+                raise EcbDeployError(f"PReLU slopes reach {slopes.max():.3g}; x + relu((a - 1) x) needs every slope <= 1")
+            acts = [_PReLUAsAddRelu(a) for a in acts]
         self.acts = nn.ModuleList(acts)
 
     def forward(self, x):
@@ -84,11 +85,10 @@ class ExportNet(nn.Module):
         return y
 
 
-def prelu_slopes_in_unit_range(plain: PlainSR) -> bool:
+def prelu_slopes_allow_addrelu(plain: PlainSR) -> bool:
     if plain.arch.act != "prelu":
         return False
-    slopes = torch.cat([a.weight.detach().flatten() for a in plain.acts])
-    return bool(slopes.min() >= 0 and slopes.max() <= 1)
+    return bool(max(float(a.weight.detach().max()) for a in plain.acts) <= 1.0)
 
 
 @dataclass

@@ -7,6 +7,7 @@ super-resolved array in the same range; layout (NHWC) and quantisation are handl
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from .arch import ArchSpec
 from .errors import EcbDeployError
+from .fsutil import native_stderr_to
 
 
 @dataclass
@@ -82,8 +84,9 @@ class TfliteRunner(Runner):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with native_stderr_to(os.devnull):  # LiteRT prints an INFO line per interpreter
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise EcbDeployError(f"LiteRT cannot load {path}: {str(e).splitlines()[0][:200]}") from None
         self.inp = self.interpreter.get_input_details()[0]

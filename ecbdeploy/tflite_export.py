@@ -117,7 +117,10 @@ def finalize(path, metadata: dict, pixel_io: tuple[float, str] | None = None) ->
     if pixel_io is not None:
         pixel_range, io_dtype = pixel_io
         names = _op_names(model)
+        # onnx2tf is always asked for uint8 I/O, which puts requantising QUANTIZE ops at the edges;
+        # int8 I/O is the same bytes shifted by 128, and QUANTIZE requantises int8 -> int8 as well.
         zero_point = 0 if io_dtype == "uint8" else -128
+        tensor_type = schema.TensorType.UINT8 if io_dtype == "uint8" else schema.TensorType.INT8
         scale = float(np.float32(pixel_range / 255.0))
         for tensor_index, is_output in ((graph.inputs[0], False), (graph.outputs[0], True)):
             edge_ops = [n for n, op in zip(names, graph.operators)
@@ -127,6 +130,7 @@ def finalize(path, metadata: dict, pixel_io: tuple[float, str] | None = None) ->
             q = schema.QuantizationParametersT()
             q.scale, q.zeroPoint = [scale], [zero_point]
             graph.tensors[tensor_index].quantization = q
+            graph.tensors[tensor_index].type = tensor_type
         pinned = {"scale": scale, "zero_point": zero_point}
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
@@ -175,8 +179,9 @@ def venv_env() -> dict:
 
 
 def run_onnx2tf(onnx_path: Path, workdir: Path, *, sample_images: np.ndarray, calibration: np.ndarray | None,
-                io_dtype: str, log_path: Path, verbose: bool = False, timeout: float = 3600) -> Path:
+                log_path: Path, verbose: bool = False, timeout: float = 3600) -> Path:
     """Convert in a child process; return the folder holding onnx2tf's .tflite files."""
+    workdir, onnx_path = Path(workdir).resolve(), Path(onnx_path).resolve()  # the child runs in workdir
     workdir.mkdir(parents=True, exist_ok=True)
     samples_path = workdir / "sample_images.npy"
     np.save(samples_path, sample_images.astype(np.float32))
@@ -187,7 +192,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, *, sample_images: np.ndarray, ca
     out_folder = workdir / "onnx2tf"
     spec = {"onnx": str(onnx_path), "output_folder": str(out_folder), "sample_images": str(samples_path),
             "calibration": str(calib_path) if calib_path else None, "input_name": "lr",
-            "io_dtype": "int8" if io_dtype == "float32" else io_dtype, "verbose": verbose}
+            "io_dtype": "uint8", "verbose": verbose}
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec))
     log_path.parent.mkdir(parents=True, exist_ok=True)

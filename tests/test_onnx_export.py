@@ -90,17 +90,20 @@ def test_no_clamp_leaves_out_the_clip(tmp_path, make_ecbsr):
     assert np.abs(OnnxRunner(art.path)(x) - _reference(model, x, clamp=False)).max() / 255.0 <= PARITY_TOLERANCE
 
 
-def test_max_form_equals_prelu_and_refuses_slopes_outside_unit_range(tmp_path, make_ecbsr):
+def test_addrelu_form_equals_prelu_and_refuses_slopes_above_one(tmp_path, make_ecbsr):
     model = make_ecbsr(blocks=2, channels=8)
     plain = fuse(model)
-    art = onnx_export.export_onnx(plain, tmp_path / "max.onnx", input_hw=(20, 20), activation_form="max")
-    assert "PRelu" not in art.ops and art.ops["Max"] == 3
+    with torch.no_grad():
+        plain.acts[0].weight[:2] = torch.tensor([-0.3, 1.0])  # negative and unit slopes are exact too
+        model.backbone[0].act.weight[:2] = torch.tensor([-0.3, 1.0])
+    art = onnx_export.export_onnx(plain, tmp_path / "addrelu.onnx", input_hw=(20, 20), activation_form="addrelu")
+    assert "PRelu" not in art.ops and (art.ops["Mul"], art.ops["Relu"], art.ops["Add"]) == (3, 3, 4)
     x = _photo(model.arch, 20)
     assert np.abs(OnnxRunner(art.path)(x) - _reference(model, x)).max() / 255.0 <= PARITY_TOLERANCE
     with torch.no_grad():
-        plain.acts[0].weight[0] = -0.3
-    with pytest.raises(EcbDeployError, match=r"slopes span"):
-        onnx_export.export_onnx(plain, tmp_path / "bad.onnx", input_hw=(8, 8), activation_form="max")
+        plain.acts[1].weight[0] = 1.5
+    with pytest.raises(EcbDeployError, match=r"slopes reach 1.5"):
+        onnx_export.export_onnx(plain, tmp_path / "bad.onnx", input_hw=(8, 8), activation_form="addrelu")
 
 
 def test_onnxsim_failure_keeps_the_checked_graph(tmp_path, make_ecbsr, monkeypatch):
