@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -197,8 +196,3 @@ def simplify_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool, str]:
     if not ok:
         return model, False, "onnxsim's output check failed"
     return simplified, True, ""
-
-
-def onnx_input_example(arch, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.random((1, arch.colors, *hw)) * arch.pixel_range).astype(np.float32)

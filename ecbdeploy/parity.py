@@ -22,7 +22,7 @@ class ParityImage:
 
 def fit_to_size(lr: np.ndarray, hr: np.ndarray, hw: tuple[int, int], scale: int):
     """Centre-crop a larger photo, or edge-pad a smaller one, to exactly hw."""
-    c, h, w = lr.shape
+    h, w = lr.shape[1:]
     th, tw = hw
     top, left = max(0, (h - th) // 2), max(0, (w - tw) // 2)
     lr = lr[:, top: top + th, left: left + tw]

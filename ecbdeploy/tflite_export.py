@@ -50,7 +50,6 @@ TFLITE_TARGETS = {
 }
 # Float I/O variant of full-integer int8 (QUANTIZE/DEQUANTIZE only at the edges).
 INT8_FLOAT_IO_SUFFIX = "_integer_quant.tflite"
-IO_DTYPES = ("uint8", "int8", "float32")
 
 
 def _schema():
