@@ -18,7 +18,8 @@ from ecbdeploy.evaluate import evaluate, format_table, open_models
 from ecbdeploy.images import HELD_OUT_PHOTOS, photo, photos
 from ecbdeploy.runners import TorchRunner
 
-REFERENCE_X2 = Path(__file__).resolve().parents[1] / "models" / "ecbsr_m4c16_x2.pth"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+REFERENCE_X2 = MODELS / "ecbsr_m4c16_x2.pth"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -75,17 +76,23 @@ def test_bicubic_row_follows_the_protocol(small_images, scale):
     assert ev.bicubic.mean_psnr == pytest.approx(np.mean([s.psnr for s in ev.bicubic.scores.values()]))
 
 
-def test_reference_x2_model_beats_bicubic_by_half_a_db(held_out):
-    loaded = load_checkpoint(REFERENCE_X2)
+@pytest.mark.parametrize("name,fmt,colors,scale,pixel_range", [
+    ("ecbsr_m4c16_x2.pth", "official", 1, 2, 255.0),
+    ("ecbsr_m4c16_x4.pth", "official", 1, 4, 255.0),
+    ("ecbsr_m4c16_x3_rgb.pth", "basicsr", 3, 3, 1.0),
+])
+def test_reference_models_beat_bicubic_by_half_a_db(held_out, name, fmt, colors, scale, pixel_range):
+    loaded = load_checkpoint(MODELS / name)
+    assert loaded.format == fmt
+    assert (loaded.arch.colors, loaded.arch.scale, loaded.arch.pixel_range) == (colors, scale, pixel_range)
     plain, _ = fused_model(loaded)  # same figures as the branches (checked below), 5x faster
-    runners = [TorchRunner(REFERENCE_X2, plain, loaded.arch, "pytorch-fused")]
-    ev = evaluate(runners, held_out)
-    assert ev.scale == 2
+    ev = evaluate([TorchRunner(MODELS / name, plain, loaded.arch, "pytorch-fused")], held_out)
+    assert ev.scale == scale
     gain = ev.rows[1].mean_psnr - ev.bicubic.mean_psnr
     assert gain >= 0.5, format_table(ev)
     assert ev.rows[1].mean_ssim > ev.bicubic.mean_ssim
-    for name in HELD_OUT_PHOTOS:  # better on every photograph, not only on average
-        assert ev.rows[1].scores[name].psnr > ev.bicubic.scores[name].psnr
+    for image in HELD_OUT_PHOTOS:  # better on every photograph, not only on average
+        assert ev.rows[1].scores[image].psnr > ev.bicubic.scores[image].psnr
 
 
 def test_fused_and_multibranch_rows_agree(small_images):
