@@ -150,6 +150,11 @@ cli.add_command(export_command)
 cli.add_command(verify_command)
 
 
+from .commands_bench import bench_command  # noqa: E402
+
+cli.add_command(bench_command)
+
+
 def main():
     try:
         cli.main(standalone_mode=True)
