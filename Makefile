@@ -7,6 +7,7 @@ MODEL ?= models/ecbsr_m4c16_x2.pth
 OUT ?= out/demo
 SERIAL ?=
 DELEGATES ?= cpu,gpu
+BENCH_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install test lint demo bench-android clean
@@ -30,7 +31,7 @@ demo: $(STAMP)
 
 bench-android: $(STAMP)
 	@test -f $(OUT)/report.json || $(BIN)/ecbdeploy export $(MODEL) -o $(OUT)
-	$(BIN)/ecbdeploy bench-android $(OUT)/*.tflite $(if $(SERIAL),--serial $(SERIAL)) --delegates $(DELEGATES) --json $(OUT)/bench_android.json
+	$(BIN)/ecbdeploy bench-android $(OUT)/*.tflite $(if $(SERIAL),--serial $(SERIAL)) --delegates $(DELEGATES) --json $(OUT)/bench_android.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
