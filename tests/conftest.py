@@ -74,6 +74,16 @@ def random_input():
     return make
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The test machine's cores are shared: two PyTorch threads fighting for one core are much
+    slower than one."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def cli_runner():
     return CliRunner()

@@ -22,15 +22,6 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 REFERENCE_X2 = MODELS / "ecbsr_m4c16_x2.pth"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's cores are shared: two threads fighting for one core are much slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _y255(rgb01):
     """BT.601 Y on 0-255, written out from the standard's coefficients."""
     return 16.0 + 65.481 * rgb01[..., 0] + 128.553 * rgb01[..., 1] + 24.966 * rgb01[..., 2]

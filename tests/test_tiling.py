@@ -4,20 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 from ecbdeploy.errors import EcbDeployError
 from ecbdeploy.runners import TorchRunner
 from ecbdeploy.tiling import receptive_radius, run_tiled, spans, super_resolve
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's cores are shared: two threads fighting for one core are much slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture

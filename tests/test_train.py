@@ -18,15 +18,6 @@ TINY = {"scale": 2, "blocks": 1, "channels": 4, "iters": 40, "patch": 12, "batch
         "log_every": 10, "val_every": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's cores are shared: two threads fighting for one core are much slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def crops():
     """Small crops of three training photographs (fast to prepare)."""

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ecbdeploy.arch import ArchSpec
@@ -15,15 +14,6 @@ from ecbdeploy.runners import Runner, TorchRunner, open_runner
 from ecbdeploy.upscale import output_paths, upscale_files, upscale_rgb
 
 REFERENCE_X2 = Path(__file__).resolve().parents[1] / "models" / "ecbsr_m4c16_x2.pth"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's cores are shared: two threads fighting for one core are much slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 class WildYRunner(Runner):
