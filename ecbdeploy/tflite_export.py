@@ -201,6 +201,8 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, *, sample_images: np.ndarray, ca
                                   env=venv_env(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise EcbDeployError(f"onnx2tf timed out after {timeout:.0f} s (log: {log_path})") from None
+    if verbose:  # -v: show what onnx2tf and TensorFlow said (always kept in the log file)
+        sys.stderr.write(log_path.read_text(errors="replace"))
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise EcbDeployError(f"onnx2tf failed (exit {proc.returncode}): {tail[0][:200]} (full log: {log_path})")
