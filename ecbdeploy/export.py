@@ -19,7 +19,7 @@ from .api import fused_model
 from .checkpoint import load_checkpoint
 from .errors import EcbDeployError
 from .fsutil import ensure_dir, native_stderr_to, sha256_file
-from .onnx_export import DEFAULT_OPSET, export_onnx, prelu_slopes_allow_addrelu
+from .onnx_export import DEFAULT_OPSET, export_onnx
 from .runners import OnnxRunner, TfliteRunner, TorchRunner
 from .tflite_export import (
     TFLITE_TARGETS,
@@ -92,10 +92,10 @@ def default_input_hw(scale: int) -> tuple[int, int]:
 
 
 def choose_int8_form(plain, requested: str) -> str:
-    """int8 PRELU is not run by XNNPACK (3.5x slower than fp32); x + relu((a-1) x) is, when slopes allow."""
+    """int8 PRELU is not run by XNNPACK (3.5x slower than fp32); x + relu((a-1) x) is."""
     if requested != "auto":
         return requested
-    return "addrelu" if prelu_slopes_allow_addrelu(plain) else "native"
+    return "addrelu" if plain.arch.act == "prelu" else "native"
 
 
 def _io_figures(runner) -> tuple[dict, dict]:

@@ -67,10 +67,9 @@ class ExportNet(nn.Module):
         if activation_form not in ACTIVATION_FORMS:
             raise EcbDeployError(f"unknown activation form {activation_form!r}")
         if activation_form == "addrelu" and self.arch.act == "prelu":
-            if not prelu_slopes_allow_addrelu(plain):
-                slopes = torch.cat([a.weight.detach().flatten() for a in acts])
-                raise EcbDeployError(f"PReLU slopes reach {slopes.max():.3g}; x + relu((a - 1) x) needs every slope <= 1")
-            acts = [_PReLUAsAddRelu(a) for a in acts]
+            dcr = slopes_at_most_one(dcr)
+            self.convs = dcr.convs
+            acts = [_PReLUAsAddRelu(a) for a in dcr.acts]
         self.acts = nn.ModuleList(acts)
 
     def forward(self, x):
@@ -84,10 +83,25 @@ class ExportNet(nn.Module):
         return y
 
 
-def prelu_slopes_allow_addrelu(plain: PlainSR) -> bool:
-    if plain.arch.act != "prelu":
-        return False
-    return bool(max(float(a.weight.detach().max()) for a in plain.acts) <= 1.0)
+def slopes_at_most_one(plain: PlainSR) -> PlainSR:
+    """An equivalent network whose PReLU slopes are all <= 1 (a copy; the input is unchanged).
+
+    For a > 1, prelu_a(y) = -a * prelu_{1/a}(-y): negate the channel in the conv before, use slope
+    1/a, and fold the factor -a into the next conv's input column. Exact in float.
+    """
+    out = plain.with_layout(plain.layout, plain.clamp)
+    with torch.no_grad():
+        for i, act in enumerate(out.acts):
+            slope = act.weight
+            flip = slope > 1.0
+            if not bool(flip.any()):
+                continue
+            conv, nxt = out.convs[i], out.convs[i + 1]
+            conv.weight[flip] *= -1.0
+            conv.bias[flip] *= -1.0
+            nxt.weight[:, flip] *= -slope[flip].view(1, -1, 1, 1)
+            slope[flip] = 1.0 / slope[flip]
+    return out
 
 
 @dataclass

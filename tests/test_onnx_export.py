@@ -90,20 +90,33 @@ def test_no_clamp_leaves_out_the_clip(tmp_path, make_ecbsr):
     assert np.abs(OnnxRunner(art.path)(x) - _reference(model, x, clamp=False)).max() / 255.0 <= PARITY_TOLERANCE
 
 
-def test_addrelu_form_equals_prelu_and_refuses_slopes_above_one(tmp_path, make_ecbsr):
-    model = make_ecbsr(blocks=2, channels=8)
-    plain = fuse(model)
+@pytest.mark.parametrize("colors", [1, 3])
+def test_addrelu_form_equals_prelu_for_any_slope(tmp_path, make_ecbsr, colors):
+    model = make_ecbsr(blocks=2, channels=8, colors=colors)
+    # negative, unit and above-one slopes (the last are rewritten as -a * prelu_{1/a}(-y)), all exact
     with torch.no_grad():
-        plain.acts[0].weight[:2] = torch.tensor([-0.3, 1.0])  # negative and unit slopes are exact too
-        model.backbone[0].act.weight[:2] = torch.tensor([-0.3, 1.0])
+        model.backbone[0].act.weight[:3] = torch.tensor([-0.3, 1.0, 1.5])
+        model.backbone[2].act.weight[5] = 3.0
+    plain = fuse(model)
+    before = [p.clone() for p in plain.parameters()]
     art = onnx_export.export_onnx(plain, tmp_path / "addrelu.onnx", input_hw=(20, 20), activation_form="addrelu")
-    assert "PRelu" not in art.ops and (art.ops["Mul"], art.ops["Relu"], art.ops["Add"]) == (3, 3, 4)
+    assert "PRelu" not in art.ops and (art.ops["Mul"], art.ops["Relu"]) == (3, 3)
     x = _photo(model.arch, 20)
     assert np.abs(OnnxRunner(art.path)(x) - _reference(model, x)).max() / 255.0 <= PARITY_TOLERANCE
+    assert all(torch.equal(a, b) for a, b in zip(before, plain.parameters())), "export must not modify its input"
+
+
+def test_slopes_at_most_one_is_exact_in_pytorch(make_ecbsr):
+    model = make_ecbsr(blocks=3, channels=8)
     with torch.no_grad():
-        plain.acts[1].weight[0] = 1.5
-    with pytest.raises(EcbDeployError, match=r"slopes reach 1.5"):
-        onnx_export.export_onnx(plain, tmp_path / "bad.onnx", input_hw=(8, 8), activation_form="addrelu")
+        for ecb in model.backbone[:-1]:
+            ecb.act.weight.uniform_(0.2, 2.5)
+    plain = fuse(model)
+    folded = onnx_export.slopes_at_most_one(plain)
+    assert max(float(a.weight.detach().max()) for a in folded.acts) <= 1.0
+    x = torch.from_numpy(_photo(model.arch, 24))
+    with torch.no_grad():
+        assert float((folded(x) - plain(x)).abs().max()) / 255.0 <= PARITY_TOLERANCE
 
 
 def test_onnxsim_failure_keeps_the_checked_graph(tmp_path, make_ecbsr, monkeypatch):
