@@ -75,8 +75,8 @@ load_flags, load_options, user_errors = _cli_helpers()
 @click.option("--calib-count", type=int, default=16, show_default=True, help="Number of calibration samples.")
 @click.option("--int8-form", type=click.Choice(["auto", "native", "addrelu"]), default="auto", show_default=True,
               help="How PReLU is written in the int8 graph: native PRELU (not run by XNNPACK in int8), or "
-                   "x + relu((a-1)*x) (exact for slopes <= 1; MUL+ReLU and ADD, both run in int8). "
-                   "auto picks addrelu when the slopes allow.")
+                   "x + relu((a-1)*x) (MUL+ReLU and ADD, both run in int8; exact, slopes above 1 are folded "
+                   "into the convs first). auto: addrelu for PReLU models.")
 @click.option("--tolerance", "tolerance_items", multiple=True, metavar="STAGE=VALUE", help=TOLERANCE_HELP)
 @click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for LiteRT/ONNX Runtime checks.")
 @click.option("-v", "--verbose", is_flag=True, help="Show onnx2tf/TensorFlow logs (always saved in OUTDIR/logs/).")
