@@ -223,7 +223,7 @@ def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, ima
         integer = any(TFLITE_TARGETS[k].integer for k in form_keys)
         progress(f"converting with onnx2tf ({', '.join(form_keys)}; activation form '{form}')")
         out_folder = run_onnx2tf(src, workdir / form, sample_images=samples, calibration=calib if integer else None,
-                                 log_path=outdir / "logs" / f"onnx2tf_{form}.log",
+                                 log_path=outdir / "logs" / f"onnx2tf_{form}.log", dynamic_range="dynamic" in form_keys,
                                  verbose=config.verbose)
         for k in form_keys:
             target = TFLITE_TARGETS[k]

@@ -37,6 +37,8 @@ def main(spec_path: str) -> int:
         not_use_onnxsim=True,  # ecbdeploy already simplified and checked the graph
         non_verbose=not spec.get("verbose", False),
     )
+    if spec.get("dynamic_range"):
+        kwargs["output_dynamic_range_quantized_tflite"] = True
     if spec.get("calibration"):
         kwargs.update(
             output_integer_quantized_tflite=True,

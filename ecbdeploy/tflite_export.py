@@ -178,7 +178,7 @@ def venv_env() -> dict:
 
 
 def run_onnx2tf(onnx_path: Path, workdir: Path, *, sample_images: np.ndarray, calibration: np.ndarray | None,
-                log_path: Path, verbose: bool = False, timeout: float = 3600) -> Path:
+                log_path: Path, dynamic_range: bool = False, verbose: bool = False, timeout: float = 3600) -> Path:
     """Convert in a child process; return the folder holding onnx2tf's .tflite files."""
     workdir, onnx_path = Path(workdir).resolve(), Path(onnx_path).resolve()  # the child runs in workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, *, sample_images: np.ndarray, ca
     out_folder = workdir / "onnx2tf"
     spec = {"onnx": str(onnx_path), "output_folder": str(out_folder), "sample_images": str(samples_path),
             "calibration": str(calib_path) if calib_path else None, "input_name": "lr",
-            "io_dtype": "uint8", "verbose": verbose}
+            "io_dtype": "uint8", "dynamic_range": dynamic_range, "verbose": verbose}
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec))
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -269,3 +269,12 @@ def test_relative_output_folder(tmp_path, make_ecbsr, cli_runner, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m_export" / "m_fp32.tflite").is_file()
     assert not list((tmp_path / "m_export").glob(".work-*"))
+
+
+def test_dynamic_range_alone(tmp_path_factory, make_ecbsr):
+    """onnx2tf writes the dynamic-range file only when asked for it or for integer files."""
+    _, out, result = _export(tmp_path_factory, ["--input-size", "16x16", "--formats", "dynamic"],
+                             make_ecbsr(blocks=1, channels=8).state_dict(), "dyn")
+    assert result.exit_code == 0, result.output
+    runner = TfliteRunner(out / "dyn_dynamic.tflite")
+    assert runner.inp["dtype"] == np.float32 and "CONV_2D" in op_counts(out / "dyn_dynamic.tflite")
