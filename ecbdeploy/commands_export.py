@@ -64,7 +64,7 @@ load_flags, load_options, user_errors = _cli_helpers()
 @click.option("--input-size", metavar="HxW", default=None,
               help="Static LR input size. Default: the size that gives a 1080x1920 output (540x960 at x2).")
 @click.option("--dynamic", is_flag=True, help="ONNX with dynamic height and width (ONNX only; TFLite needs a static size).")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 @click.option("--name", default=None, help="Base name of the files. Default: the checkpoint's file name.")
 @click.option("--no-clamp", is_flag=True, help="Do not clamp the output to the pixel range.")
 @click.option("--io", "io_dtype", type=click.Choice(["uint8", "int8", "float32"]), default="uint8", show_default=True,
@@ -72,13 +72,13 @@ load_flags, load_options, user_errors = _cli_helpers()
 @click.option("--calib", "calib_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of calibration images (PNG/JPEG/BMP/TIFF; any of grey, RGB, RGBA, 16-bit), each at least "
                    "input size x scale. Default: scikit-image's bundled photographs (held-out ones excluded).")
-@click.option("--calib-count", type=int, default=16, show_default=True, help="Number of calibration samples.")
+@click.option("--calib-count", type=click.IntRange(min=1), default=16, show_default=True, help="Number of calibration samples.")
 @click.option("--int8-form", type=click.Choice(["auto", "native", "addrelu"]), default="auto", show_default=True,
               help="How PReLU is written in the int8 graph: native PRELU (not run by XNNPACK in int8), or "
                    "x + relu((a-1)*x) (MUL+ReLU and ADD, both run in int8; exact, slopes above 1 are folded "
                    "into the convs first). auto: addrelu for PReLU models.")
 @click.option("--tolerance", "tolerance_items", multiple=True, metavar="STAGE=VALUE", help=TOLERANCE_HELP)
-@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for LiteRT/ONNX Runtime checks.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="CPU threads for LiteRT/ONNX Runtime checks.")
 @click.option("-v", "--verbose", is_flag=True, help="Show onnx2tf/TensorFlow logs (always saved in OUTDIR/logs/).")
 @load_options
 @user_errors
