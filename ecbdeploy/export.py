@@ -121,7 +121,11 @@ def _time_invoke(runners: dict, x: np.ndarray, runs: int) -> dict[str, list[floa
 
 
 def export(ckpt, config: ExportConfig, progress=lambda msg: None) -> dict:
-    """Run the whole chain; return the report (also written to OUTDIR/report.json)."""
+    """Run the whole chain; return the report (also written to OUTDIR/report.json).
+
+    The recipe: load -> fuse -> reference outputs -> ONNX -> TFLite -> report; each step adds
+    its figures to the report.
+    """
     unknown = set(config.formats) - set(FORMATS)
     if unknown:
         raise EcbDeployError(f"unknown format(s): {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
@@ -133,9 +137,8 @@ def export(ckpt, config: ExportConfig, progress=lambda msg: None) -> dict:
 
     progress("loading checkpoint")
     loaded = load_checkpoint(ckpt, **config.load_flags)
-    arch = loaded.arch
     name = config.name or Path(ckpt).stem
-    hw = None if config.dynamic else (config.input_hw or default_input_hw(arch.scale))
+    hw = None if config.dynamic else (config.input_hw or default_input_hw(loaded.arch.scale))
 
     progress("fusing ECBs and verifying the fusion")
     plain, check = fused_model(loaded, config.tolerances["fusion"][1])
@@ -143,43 +146,64 @@ def export(ckpt, config: ExportConfig, progress=lambda msg: None) -> dict:
     rep["fusion"] = check.to_dict() if check else {"note": "checkpoint was already fused"}
 
     progress("computing reference outputs on real photographs")
-    images = parity.parity_images(arch, hw)
-    reference_model = loaded.model if not loaded.is_fused else plain
-    reference_runner = TorchRunner(ckpt, reference_model, arch, "pytorch-multibranch" if not loaded.is_fused else "pytorch-fused")
-    references = parity.run_all(reference_runner, images)
-    if config.clamp:
-        references = [np.clip(r, 0.0, arch.pixel_range) for r in references]
-    rep["bicubic"] = parity.bicubic_quality(images, arch)
-    rep["reference"] = {"runner": reference_runner.name, "clamped": config.clamp,
-                        "images": [img.name for img in images]}
-    report_mod.save_reference(outdir, images, references, arch)
-    fused_runner = TorchRunner(ckpt, plain.with_layout("crd", config.clamp), arch, "pytorch-fused")
-    fused_parity = parity.compare(parity.run_all(fused_runner, images), references, images, arch)
-    ok, tol = _check("fusion", fused_parity, config.tolerances)
-    rep["stages"].append({"stage": "fused", "runner": "pytorch-fused", "parity": fused_parity, "tolerance": tol, "passed": ok})
+    images, references = _reference_step(ckpt, loaded, plain, hw, config, outdir, rep)
 
     workdir = make_workdir(outdir)
     try:
-        progress(f"exporting ONNX (opset {config.opset}, {'dynamic' if hw is None else f'{hw[0]}x{hw[1]}'} input)")
-        onnx_path = outdir / f"{name}.onnx" if "onnx" in config.formats else workdir / f"{name}.onnx"
-        meta = {"name": name, "source": Path(ckpt).name}
-        onnx_art = export_onnx(plain, onnx_path, input_hw=hw, opset=config.opset, clamp=config.clamp, metadata=meta)
-        for note in onnx_art.notes:
-            progress(f"warning: {note}")
-        onnx_runner = OnnxRunner(onnx_path, config.threads)
-        figures = parity.compare(parity.run_all(onnx_runner, images), references, images, arch)
-        ok, tol = _check("onnx", figures, config.tolerances)
-        entry = report_mod.onnx_entry(onnx_art, outdir if "onnx" in config.formats else None, figures, tol, ok, arch)
-        if "onnx" in config.formats:
-            rep["artifacts"].append(entry)
-        rep["stages"].append({"stage": "onnx", "runner": "onnxruntime", "parity": figures, "tolerance": tol, "passed": ok,
-                              "simplified": onnx_art.simplified, "ops": onnx_art.ops})
+        onnx_art = _onnx_step(ckpt, plain, name, hw, config, outdir, workdir, images, references, rep, progress)
         if tflite_keys:
             _export_tflite(plain, onnx_art, tflite_keys, name, hw, config, outdir, workdir, images, references, rep,
                            progress)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    _conclude(rep, started)
+    progress("writing report")
+    with native_stderr_to(outdir / "logs" / "litert.log"):
+        report_mod.write_all(outdir, rep, images, references)
+    return rep
+
+
+def _reference_step(ckpt, loaded, plain, hw, config, outdir, rep):
+    """Multi-branch outputs on the held-out photos (the reference of every stage), and the fused stage."""
+    arch = loaded.arch
+    images = parity.parity_images(arch, hw)
+    reference_model = plain if loaded.is_fused else loaded.model
+    reference_runner = TorchRunner(ckpt, reference_model, arch, "pytorch-fused" if loaded.is_fused else "pytorch-multibranch")
+    references = parity.run_all(reference_runner, images)
+    if config.clamp:
+        references = [np.clip(r, 0.0, arch.pixel_range) for r in references]
+    rep["bicubic"] = parity.bicubic_quality(images, arch)
+    rep["reference"] = {"runner": reference_runner.name, "clamped": config.clamp, "images": [img.name for img in images]}
+    report_mod.save_reference(outdir, images, references, arch)
+    fused_runner = TorchRunner(ckpt, plain.with_layout("crd", config.clamp), arch, "pytorch-fused")
+    figures = parity.compare(parity.run_all(fused_runner, images), references, images, arch)
+    ok, tol = _check("fusion", figures, config.tolerances)
+    rep["stages"].append({"stage": "fused", "runner": "pytorch-fused", "parity": figures, "tolerance": tol, "passed": ok})
+    return images, references
+
+
+def _onnx_step(ckpt, plain, name, hw, config, outdir, workdir, images, references, rep, progress):
+    """Export, check and simplify the ONNX graph; its ONNX Runtime parity. Kept in OUTDIR only if asked."""
+    arch = plain.arch
+    keep = "onnx" in config.formats
+    progress(f"exporting ONNX (opset {config.opset}, {'dynamic' if hw is None else f'{hw[0]}x{hw[1]}'} input)")
+    onnx_path = (outdir if keep else workdir) / f"{name}.onnx"
+    art = export_onnx(plain, onnx_path, input_hw=hw, opset=config.opset, clamp=config.clamp,
+                      metadata={"name": name, "source": Path(ckpt).name})
+    for note in art.notes:
+        progress(f"warning: {note}")
+    figures = parity.compare(parity.run_all(OnnxRunner(onnx_path, config.threads), images), references, images, arch)
+    ok, tol = _check("onnx", figures, config.tolerances)
+    if keep:
+        rep["artifacts"].append(report_mod.onnx_entry(art, outdir, figures, tol, ok, arch))
+    rep["stages"].append({"stage": "onnx", "runner": "onnxruntime", "parity": figures, "tolerance": tol, "passed": ok,
+                          "simplified": art.simplified, "ops": art.ops})
+    return art
+
+
+def _conclude(rep, started) -> None:
+    """Order the entries, collect the failures and set the status."""
     order = ["fused", *FORMATS]
     rep["stages"].sort(key=lambda st: order.index(st["stage"]))
     rep["artifacts"].sort(key=lambda art: order.index(art["target"]))
@@ -189,10 +213,6 @@ def export(ckpt, config: ExportConfig, progress=lambda msg: None) -> dict:
     rep["failures"] += [f"{a['file']}: graph check: {'; '.join(a['graph_check']['problems'])}"
                         for a in rep["artifacts"] if not a["graph_check"]["passed"]]
     rep["status"] = "failed" if rep["failures"] else "passed"
-    progress("writing report")
-    with native_stderr_to(outdir / "logs" / "litert.log"):
-        report_mod.write_all(outdir, rep, images, references)
-    return rep
 
 
 def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, images, references, rep, progress):
