@@ -17,6 +17,7 @@ from . import calibration, parity
 from . import report as report_mod
 from .api import fused_model
 from .checkpoint import load_checkpoint
+from .equalize import equalize
 from .errors import EcbDeployError
 from .fsutil import ensure_dir, native_stderr_to, sha256_file
 from .onnx_export import DEFAULT_OPSET, export_onnx
@@ -229,21 +230,36 @@ def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, ima
     samples = calibration.onnx2tf_sample_images()
 
     int8_form = choose_int8_form(plain, config.int8_form) if "int8" in keys else "native"
-    # Which ONNX graph (activation form) each target converts from.
+    int8_plain, int8_calib = plain, calib
+    if "int8" in keys:
+        # For int8 only (fp32/fp16/int16x8 convert the original): calibration that covers every uint8
+        # input code, and a range-equalised copy of the network (same float output, fuller int8 channels).
+        progress("equalising channel ranges for int8")
+        if config.io_dtype != "float32":
+            int8_calib = calibration.cover_pixel_range(calib, arch.pixel_range)
+        equalised = equalize(plain, int8_calib)
+        int8_plain = equalised.plain
+        rep["int8_preparation"] = {"input_range_covers_pixel_range": config.io_dtype != "float32",
+                                   "calibration_value_range": [float(int8_calib.min()), float(int8_calib.max())],
+                                   "equalisation": equalised.to_dict()}
+    # Which ONNX graph each target converts from; int8 always gets its own, from int8_plain.
     plan: dict[str, list[str]] = {}
     for k in keys:
-        plan.setdefault(int8_form if k == "int8" else "native", []).append(k)
-    for form, form_keys in plan.items():
+        plan.setdefault("int8" if k == "int8" else "native", []).append(k)
+    for group, form_keys in plan.items():
+        form = int8_form if group == "int8" else "native"
+        label = form if group == "native" else f"int8_{form}"
         # onnx2tf rewrites its input file (op names), so it always gets its own copy.
-        src = workdir / f"{name}_{form}.onnx"
-        if form == "native":
+        src = workdir / f"{name}_{label}.onnx"
+        if group == "native":
             shutil.copyfile(onnx_art.path, src)
         else:
-            export_onnx(plain, src, input_hw=hw, opset=config.opset, clamp=config.clamp, activation_form=form)
+            export_onnx(int8_plain, src, input_hw=hw, opset=config.opset, clamp=config.clamp, activation_form=form)
         integer = any(TFLITE_TARGETS[k].integer for k in form_keys)
         progress(f"converting with onnx2tf ({', '.join(form_keys)}; activation form '{form}')")
-        out_folder = run_onnx2tf(src, workdir / form, sample_images=samples, calibration=calib if integer else None,
-                                 log_path=outdir / "logs" / f"onnx2tf_{form}.log", dynamic_range="dynamic" in form_keys,
+        group_calib = int8_calib if group == "int8" else calib
+        out_folder = run_onnx2tf(src, workdir / label, sample_images=samples, calibration=group_calib if integer else None,
+                                 log_path=outdir / "logs" / f"onnx2tf_{label}.log", dynamic_range="dynamic" in form_keys,
                                  verbose=config.verbose)
         for k in form_keys:
             target = TFLITE_TARGETS[k]
