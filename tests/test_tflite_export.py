@@ -240,7 +240,7 @@ def test_builtin_calibration_uses_no_held_out_photo():
 
     assert not set(HELD_OUT_PHOTOS) & set(TRAIN_PHOTOS)
     arch = type("A", (), {"colors": 3, "scale": 2, "pixel_range": 1.0})()
-    big = calibration.builtin(arch, (300, 500), 2)  # larger than most photos: mosaics
+    big = calibration.builtin(arch, (300, 500), 2)  # larger than most photos: reflect-padded
     assert big.shape == (2, 300, 500, 3) and big.std() > 0.05
 
 
