@@ -150,18 +150,18 @@ def export(ckpt, config: ExportConfig, progress=lambda msg: None) -> dict:
     images, references = _reference_step(ckpt, loaded, plain, hw, config, outdir, rep)
 
     workdir = make_workdir(outdir)
+    first_outputs: dict[str, np.ndarray] = {}  # each TFLite file's output on the first photo, for the picture
     try:
         onnx_art = _onnx_step(ckpt, plain, name, hw, config, outdir, workdir, images, references, rep, progress)
         if tflite_keys:
             _export_tflite(plain, onnx_art, tflite_keys, name, hw, config, outdir, workdir, images, references, rep,
-                           progress)
+                           progress, first_outputs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     _conclude(rep, started)
     progress("writing report")
-    with native_stderr_to(outdir / "logs" / "litert.log"):
-        report_mod.write_all(outdir, rep, images, references)
+    report_mod.write_all(outdir, rep, images, first_outputs)
     return rep
 
 
@@ -216,7 +216,8 @@ def _conclude(rep, started) -> None:
     rep["status"] = "failed" if rep["failures"] else "passed"
 
 
-def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, images, references, rep, progress):
+def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, images, references, rep, progress,
+                   first_outputs):
     arch = plain.arch
     needs_calib = any(TFLITE_TARGETS[k].integer for k in keys)
     calib = None
@@ -271,7 +272,8 @@ def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, ima
                               pixel_io=(arch.pixel_range, config.io_dtype) if integer_io else None)
             progress(f"checking {dest.name}")
             with native_stderr_to(outdir / "logs" / "litert.log"):
-                rep["artifacts"].append(_tflite_entry(dest, k, form, io_pin, arch, images, references, config))
+                entry, first_outputs[k] = _tflite_entry(dest, k, form, io_pin, arch, images, references, config)
+            rep["artifacts"].append(entry)
             rep["stages"].append({"stage": k, "runner": "litert", **{f: rep["artifacts"][-1][f]
                                                                       for f in ("parity", "tolerance", "passed")}})
     if "fp32" in keys and "int8" in keys:
@@ -312,9 +314,11 @@ def _graph_check(path, key: str, colors: int) -> dict:
     return {"passed": not problems, "problems": problems}, ops
 
 
-def _tflite_entry(path, key, form, io_pin, arch, images, references, config) -> dict:
+def _tflite_entry(path, key, form, io_pin, arch, images, references, config) -> tuple[dict, np.ndarray]:
+    """The report entry of one .tflite file, and its output on the first photo."""
     runner = TfliteRunner(path, config.threads, arch)
-    figures = parity.compare(parity.run_all(runner, images), references, images, arch)
+    outputs = parity.run_all(runner, images)
+    figures = parity.compare(outputs, references, images, arch)
     ok, tol = _check(key, figures, config.tolerances)
     graph, ops = _graph_check(path, key, arch.colors)
     inp, out = _io_figures(runner)
@@ -326,7 +330,7 @@ def _tflite_entry(path, key, form, io_pin, arch, images, references, config) -> 
         "description": target.description, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
         "activation_form": form, "input": inp, "output": out, "pixel_io": io_pin, "ops": ops, "graph_check": graph,
         "gpu": gpu_verdict(path), "parity": figures, "tolerance": tol, "passed": ok,
-    }
+    }, outputs[0]
 
 
 def load_report(outdir) -> dict:

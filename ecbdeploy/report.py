@@ -199,18 +199,11 @@ def comparison_png(path, rep, images, outputs: dict, arch) -> None:
         canvas.save(tmp, format="PNG")
 
 
-def write_all(outdir, rep, images, references, outputs: dict | None = None) -> None:
+def write_all(outdir, rep, images, outputs: dict) -> None:
+    """report.json, report.md and comparison.png (outputs: each TFLite file's output on images[0])."""
     outdir = Path(outdir)
     write_text_atomic(outdir / "report.json", json.dumps(rep, indent=2, default=float) + "\n")
     write_text_atomic(outdir / "report.md", markdown(rep))
-    if outputs is None:
-        outputs = {}
-        from .runners import open_runner
-
-        for art in rep["artifacts"]:
-            if art["target"] in ("fp32", "int8"):
-                runner = open_runner(outdir / art["file"])
-                outputs[art["target"]] = runner(images[0].lr)
     comparison_png(outdir / "comparison.png", rep, images, outputs, _arch(rep))
 
 
