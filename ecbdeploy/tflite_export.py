@@ -91,13 +91,8 @@ def edge_only_quantize(path) -> bool:
     model = read_model(path)
     graph = model.subgraphs[0]
     edges = set(graph.inputs) | set(graph.outputs)
-    for name, op in zip(_op_names(model), graph.operators):
-        if name in ("QUANTIZE", "DEQUANTIZE"):
-            touches = set(op.inputs) | set(op.outputs)
-            weights_only = name == "DEQUANTIZE" and all(graph.tensors[i].buffer and model.buffers[graph.tensors[i].buffer].data is not None for i in op.inputs)
-            if not (touches & edges) and not weights_only:
-                return False
-    return True
+    return all((set(op.inputs) | set(op.outputs)) & edges for name, op in zip(_op_names(model), graph.operators)
+               if name in ("QUANTIZE", "DEQUANTIZE"))
 
 
 def finalize(path, metadata: dict, pixel_io: tuple[float, str] | None = None) -> dict | None:
