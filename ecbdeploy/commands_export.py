@@ -77,13 +77,20 @@ load_flags, load_options, user_errors = _cli_helpers()
               help="How PReLU is written in the int8 graph: native PRELU (not run by XNNPACK in int8), or "
                    "x + relu((a-1)*x) (MUL+ReLU and ADD, both run in int8; exact, slopes above 1 are folded "
                    "into the convs first). auto: addrelu for PReLU models.")
+@click.option("--int8-ranges", type=click.Choice(["minmax", "percentile", "converter"]), default="minmax",
+              show_default=True,
+              help="Ranges of the int8 activation tensors. minmax: ecbdeploy runs the converted float network on "
+                   "the calibration samples and writes each tensor's own min/max into the .tflite (ReLU outputs "
+                   "start at 0; the residual gets its own range, not its sum's). percentile: the same with the "
+                   "0.01-99.99 percentiles (higher PSNR, but rare clipped pixels: larger worst-pixel error). "
+                   "converter: keep onnx2tf's calibration ranges.")
 @click.option("--tolerance", "tolerance_items", multiple=True, metavar="STAGE=VALUE", help=TOLERANCE_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="CPU threads for LiteRT/ONNX Runtime checks.")
 @click.option("-v", "--verbose", is_flag=True, help="Show onnx2tf/TensorFlow logs (always saved in OUTDIR/logs/).")
 @load_options
 @user_errors
 def export_command(ckpt, outdir, formats, input_size, dynamic, opset, name, no_clamp, io_dtype, calib_dir, calib_count,
-                   int8_form, tolerance_items, threads, verbose, **kw):
+                   int8_form, int8_ranges, tolerance_items, threads, verbose, **kw):
     """Fuse, export ONNX and TFLite (fp32/fp16/int8), check parity at every stage, write a report.
 
     Writes OUTDIR/<name>.onnx, <name>_<precision>.tflite, report.json, report.md, comparison.png,
@@ -96,7 +103,7 @@ def export_command(ckpt, outdir, formats, input_size, dynamic, opset, name, no_c
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
         input_hw=parse_size(input_size), dynamic=dynamic, opset=opset, clamp=not no_clamp, io_dtype=io_dtype,
         name=name, calib_dir=Path(calib_dir) if calib_dir else None, calib_count=calib_count,
-        tolerances=_tolerances(tolerance_items), threads=threads, int8_form=int8_form, verbose=verbose,
+        tolerances=_tolerances(tolerance_items), threads=threads, int8_form=int8_form, int8_ranges=int8_ranges, verbose=verbose,
         load_flags=load_flags(kw),
     )
     rep = export(ckpt, config, progress=Progress())

@@ -108,13 +108,18 @@ def _parse_tile(text: str | None) -> tuple[int, int] | None:
 @click.option("--threads", type=int, default=None, help="CPU threads for the runtimes (LiteRT default 2).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write every figure (per image and mean) to this JSON file.")
+@click.option("--lr", "lr_precision", type=click.Choice(["8bit", "float"]), default="8bit", show_default=True,
+              help="8bit: the LR input is rounded to 8-bit values, like LR benchmark images, camera frames and "
+                   "anything a uint8-input model can take (every row gets the same bytes). float: the unrounded "
+                   "bicubic output, which float models can use and uint8 models cannot.")
 @load_options
 @user_errors
-def evaluate_command(models, data, scale, fused, tile, threads, json_path, **kw):
+def evaluate_command(models, data, scale, fused, tile, threads, json_path, lr_precision, **kw):
     """Y-PSNR/SSIM of MODEL... (checkpoints, .onnx, .tflite) and bicubic on HR images.
 
-    The protocol of SR papers: HR cropped to a multiple of the scale, bicubic LR, BT.601 Y on the
-    0-255 scale, `scale` border pixels shaved, SSIM with data range 255. A bicubic row is always shown.
+    The protocol of SR papers: HR cropped to a multiple of the scale, bicubic LR (8-bit values unless
+    --lr float), BT.601 Y on the 0-255 scale, `scale` border pixels shaved, SSIM with data range 255.
+    A bicubic row is always shown.
     """
     import json
 
@@ -125,7 +130,8 @@ def evaluate_command(models, data, scale, fused, tile, threads, json_path, **kw)
     runners = open_models(models, fused=fused, threads=threads, **load_flags(kw))
     images = load_image_set(data)
     result = evaluate(runners, images, int(scale) if scale else None, tile=_parse_tile(tile),
-                      on_image=lambda name: click.echo(f"evaluating on {name} ...", err=True))
+                      on_image=lambda name: click.echo(f"evaluating on {name} ...", err=True),
+                      float_lr=lr_precision == "float")
     click.echo(format_table(result))
     if json_path:
         write_text_atomic(json_path, json.dumps({"data": str(data), **result.to_dict()}, indent=2) + "\n")

@@ -1,6 +1,10 @@
 """Image quality of models against bicubic, with the protocol of SR papers: HR cropped to a
 multiple of the scale, bicubic LR, Y-PSNR (BT.601, 0-255) and SSIM (data range 255) with `scale`
 border pixels shaved. Any runtime: checkpoints, .onnx, .tflite (fixed-shape models run in tiles).
+
+The LR input holds 8-bit values by default, like the LR images of SR benchmark sets and like
+anything a phone gets from a camera or decoder; a uint8-input model cannot take anything else,
+so every row gets the same bytes. `float_lr=True` feeds the unrounded bicubic output instead.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Evaluation:
     scale: int
     images: list[str]
     rows: list[Row]  # bicubic first
+    float_lr: bool = False
 
     @property
     def bicubic(self) -> Row:
@@ -54,7 +59,8 @@ class Evaluation:
     def to_dict(self) -> dict:
         return {
             "protocol": {"metric": "Y-PSNR (BT.601, 0-255) and SSIM (data range 255)", "border": self.scale,
-                         "lr": "bicubic downscale of HR cropped to a multiple of the scale"},
+                         "lr": "bicubic downscale of HR cropped to a multiple of the scale, "
+                               + ("unrounded (float)" if self.float_lr else "rounded to 8-bit values")},
             "scale": self.scale,
             "images": self.images,
             "rows": [{"label": r.label, "runtime": r.runtime, "mean_psnr": r.mean_psnr, "mean_ssim": r.mean_ssim,
@@ -67,15 +73,16 @@ def score(sr: np.ndarray, hr: np.ndarray, pixel_range: float, scale: int) -> Sco
     return Score(y_psnr(sr, hr, pixel_range, scale), y_ssim(sr, hr, pixel_range, scale))
 
 
-def bicubic_score(rgb01: np.ndarray, scale: int) -> Score:
+def bicubic_score(rgb01: np.ndarray, scale: int, float_lr: bool = False) -> Score:
     """Bicubic upscale of the RGB LR image, judged on Y like every model."""
-    lr, hr = lr_hr_pair(rgb01, scale, colors=3, pixel_range=1.0)
+    lr, hr = lr_hr_pair(rgb01, scale, colors=3, pixel_range=1.0, eight_bit_lr=not float_lr)
     return score(upscale_bicubic_chw(lr, scale), hr, 1.0, scale)
 
 
-def model_score(runner: Runner, rgb01: np.ndarray, scale: int, tile: tuple[int, int] | None = None) -> Score:
+def model_score(runner: Runner, rgb01: np.ndarray, scale: int, tile: tuple[int, int] | None = None,
+                float_lr: bool = False) -> Score:
     arch = runner.arch
-    lr, hr = lr_hr_pair(rgb01, scale, arch.colors, arch.pixel_range)
+    lr, hr = lr_hr_pair(rgb01, scale, arch.colors, arch.pixel_range, eight_bit_lr=not float_lr)
     return score(super_resolve(runner, lr, scale, tile=tile), hr, arch.pixel_range, scale)
 
 
@@ -107,7 +114,7 @@ def common_scale(runners: list[Runner], scale: int | None) -> int:
 
 
 def evaluate(runners: list[Runner], images, scale: int | None = None, *, tile: tuple[int, int] | None = None,
-             on_image: Callable[[str], None] | None = None) -> Evaluation:
+             on_image: Callable[[str], None] | None = None, float_lr: bool = False) -> Evaluation:
     """Score bicubic and every runner on (name, rgb01) images."""
     scale = common_scale(runners, scale)
     if not images:
@@ -118,10 +125,10 @@ def evaluate(runners: list[Runner], images, scale: int | None = None, *, tile: t
             raise EcbDeployError(f"image {name} is too small ({rgb.shape[1]}x{rgb.shape[0]}) for x{scale}")
         if on_image is not None:
             on_image(name)
-        rows[0].scores[name] = bicubic_score(rgb, scale)
+        rows[0].scores[name] = bicubic_score(rgb, scale, float_lr)
         for row, runner in zip(rows[1:], runners):
-            row.scores[name] = model_score(runner, rgb, scale, tile)
-    return Evaluation(scale, [name for name, _ in images], rows)
+            row.scores[name] = model_score(runner, rgb, scale, tile, float_lr)
+    return Evaluation(scale, [name for name, _ in images], rows, float_lr)
 
 
 def _label(runner: Runner) -> str:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import calibration, parity
+from . import calibration, int8_ranges, parity
 from . import report as report_mod
 from .api import fused_model
 from .checkpoint import load_checkpoint
 from .equalize import equalize
 from .errors import EcbDeployError
 from .fsutil import ensure_dir, native_stderr_to, sha256_file
-from .onnx_export import DEFAULT_OPSET, export_onnx
+from .onnx_export import DEFAULT_OPSET, ExportNet, export_onnx
 from .runners import OnnxRunner, TfliteRunner, TorchRunner
 from .tflite_export import (
     TFLITE_TARGETS,
@@ -72,6 +72,7 @@ class ExportConfig:
     tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     threads: int = 2
     int8_form: str = "auto"  # auto | native | addrelu
+    int8_ranges: str = "minmax"  # minmax | percentile (measured by ecbdeploy) | converter
     speed_runs: int = 10
     verbose: bool = False
     load_flags: dict = field(default_factory=dict)
@@ -175,7 +176,8 @@ def _reference_step(ckpt, loaded, plain, hw, config, outdir, rep):
     if config.clamp:
         references = [np.clip(r, 0.0, arch.pixel_range) for r in references]
     rep["bicubic"] = parity.bicubic_quality(images, arch)
-    rep["reference"] = {"runner": reference_runner.name, "clamped": config.clamp, "images": [img.name for img in images]}
+    rep["reference"] = {"runner": reference_runner.name, "clamped": config.clamp, "images": [img.name for img in images],
+                        "lr": "bicubic downscale rounded to 8-bit values (what a uint8 model takes)"}
     report_mod.save_reference(outdir, images, references, arch)
     fused_runner = TorchRunner(ckpt, plain.with_layout("crd", config.clamp), arch, "pytorch-fused")
     figures = parity.compare(parity.run_all(fused_runner, images), references, images, arch)
@@ -270,6 +272,8 @@ def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, ima
             io_pin = finalize(dest, arch_metadata(arch, name=name, target=k, activation_form=form, clamped=config.clamp,
                                                   io_dtype=config.io_dtype if k == "int8" else "float32"),
                               pixel_io=(arch.pixel_range, config.io_dtype) if integer_io else None)
+            if k == "int8":
+                _set_int8_ranges(dest, int8_plain, form, int8_calib, config, rep, progress)
             progress(f"checking {dest.name}")
             with native_stderr_to(outdir / "logs" / "litert.log"):
                 entry, first_outputs[k] = _tflite_entry(dest, k, form, io_pin, arch, images, references, config)
@@ -288,6 +292,22 @@ def _export_tflite(plain, onnx_art, keys, name, hw, config, outdir, workdir, ima
         rep["speed"] = {"runtime": "litert-xnnpack", "threads": config.threads, "input_size": list(hw),
                         "runs": config.speed_runs, "median_ms": median, "min_ms": best,
                         "int8_speedup_vs_fp32": best["fp32"] / best["int8"], "int8_activation_form": int8_form}
+
+
+def _set_int8_ranges(path, int8_plain, form, int8_calib, config, rep, progress) -> None:
+    """Replace the converter's activation ranges with ecbdeploy's own (see int8_ranges)."""
+    prep = rep.setdefault("int8_preparation", {})
+    if config.int8_ranges == "converter":
+        prep["activation_ranges"] = {"source": "converter (onnx2tf / TFLite calibration min-max)"}
+        return
+    progress(f"measuring int8 activation ranges ({config.int8_ranges})")
+    net = ExportNet(int8_plain, config.clamp, form).eval()
+    ranges = int8_ranges.measure(net, int8_calib, config.int8_ranges)
+    changes = int8_ranges.apply(path, ranges) if ranges is not None else None
+    if changes is None:
+        prep["activation_ranges"] = {"source": "converter (graph layout not recognised; ranges kept)"}
+        return
+    prep["activation_ranges"] = {"source": f"ecbdeploy ({config.int8_ranges})", "tensors": changes}
 
 
 def _graph_check(path, key: str, colors: int) -> dict:

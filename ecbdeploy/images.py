@@ -133,11 +133,23 @@ def to_model_input(rgb01: np.ndarray, colors: int, pixel_range: float) -> np.nda
     return np.ascontiguousarray(x * pixel_range, dtype=np.float32)
 
 
-def lr_hr_pair(rgb01: np.ndarray, scale: int, colors: int, pixel_range: float):
-    """(LR model input CxHxW, HR target CxsHxsW), both in the model's pixel range."""
+def to_8bit_levels(x: np.ndarray, pixel_range: float) -> np.ndarray:
+    """x rounded to the 256 values an 8-bit image can hold (in the same pixel range)."""
+    step = pixel_range / 255.0
+    return (np.clip(np.rint(np.asarray(x, np.float64) / step), 0, 255) * step).astype(np.float32)
+
+
+def lr_hr_pair(rgb01: np.ndarray, scale: int, colors: int, pixel_range: float, eight_bit_lr: bool = False):
+    """(LR model input CxHxW, HR target CxsHxsW), both in the model's pixel range.
+
+    eight_bit_lr: the LR input holds 8-bit values, as every real input does (an 8-bit RGB image
+    for RGB models; for Y models the 8-bit Y plane of a camera or video frame).
+    """
     hr = crop_to_multiple(rgb01, scale)
-    lr = np.clip(make_lr(hr, scale), 0.0, 1.0)
-    return to_model_input(lr, colors, pixel_range), to_model_input(hr, colors, pixel_range)
+    lr = to_model_input(np.clip(make_lr(hr, scale), 0.0, 1.0), colors, pixel_range)
+    if eight_bit_lr:
+        lr = to_8bit_levels(lr, pixel_range)
+    return lr, to_model_input(hr, colors, pixel_range)
 
 
 def upscale_bicubic_chw(x: np.ndarray, scale: int) -> np.ndarray:

@@ -35,7 +35,8 @@ def fit_to_size(lr: np.ndarray, hr: np.ndarray, hw: tuple[int, int], scale: int)
 def parity_images(arch: ArchSpec, hw: tuple[int, int] | None, names=HELD_OUT_PHOTOS) -> list[ParityImage]:
     out = []
     for name in names:
-        lr, hr = lr_hr_pair(photo(name), arch.scale, arch.colors, arch.pixel_range)
+        # 8-bit LR, the only input a uint8 model takes: every stage is fed the same bytes.
+        lr, hr = lr_hr_pair(photo(name), arch.scale, arch.colors, arch.pixel_range, eight_bit_lr=True)
         if hw is None:
             out.append(ParityImage(name, lr[None], hr, lr.shape[1:]))
         else:
