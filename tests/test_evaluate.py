@@ -27,8 +27,9 @@ def _y255(rgb01):
     return 16.0 + 65.481 * rgb01[..., 0] + 128.553 * rgb01[..., 1] + 24.966 * rgb01[..., 2]
 
 
-def _bicubic_by_hand(rgb01, scale):
-    """The protocol spelt out with PIL directly: crop, bicubic down, bicubic up, Y, shave, PSNR/SSIM."""
+def _bicubic_by_hand(rgb01, scale, eight_bit_lr=True):
+    """The protocol spelt out with PIL directly: crop, bicubic down (saved as 8 bits), bicubic up, Y,
+    shave, PSNR/SSIM."""
     h, w = rgb01.shape[0] // scale * scale, rgb01.shape[1] // scale * scale
     hr = rgb01[:h, :w].astype(np.float32)
 
@@ -37,6 +38,8 @@ def _bicubic_by_hand(rgb01, scale):
                          for c in range(3)], -1)
 
     lr = np.clip(resize(hr, h // scale, w // scale), 0, 1)
+    if eight_bit_lr:
+        lr = (np.rint(lr * 255.0) / 255.0).astype(np.float32)
     up = np.clip(resize(lr, h, w), 0, 1)
     sr_y = np.rint(_y255(up.astype(np.float64)))[scale:-scale, scale:-scale]
     hr_y = _y255(hr.astype(np.float64))[scale:-scale, scale:-scale]
@@ -57,11 +60,12 @@ def small_images():
 
 
 @pytest.mark.parametrize("scale", [2, 3])
-def test_bicubic_row_follows_the_protocol(small_images, scale):
-    ev = evaluate([], small_images, scale)
+@pytest.mark.parametrize("float_lr", [False, True])
+def test_bicubic_row_follows_the_protocol(small_images, scale, float_lr):
+    ev = evaluate([], small_images, scale, float_lr=float_lr)
     assert [r.label for r in ev.rows] == ["bicubic"]
     for name, img in small_images:
-        psnr, ssim = _bicubic_by_hand(img, scale)
+        psnr, ssim = _bicubic_by_hand(img, scale, eight_bit_lr=not float_lr)
         assert ev.bicubic.scores[name].psnr == pytest.approx(psnr, abs=1e-3)
         assert ev.bicubic.scores[name].ssim == pytest.approx(ssim, abs=1e-4)
     assert ev.bicubic.mean_psnr == pytest.approx(np.mean([s.psnr for s in ev.bicubic.scores.values()]))
@@ -138,6 +142,32 @@ def test_cli_prints_a_table_and_writes_json(tmp_path, cli_runner, small_images):
     assert report["scale"] == 2 and [r["label"] for r in report["rows"]] == ["bicubic", "ecbsr_m4c16_x2.pth"]
     assert set(report["rows"][1]["per_image"]) == {f"{n}.png" for n in HELD_OUT_PHOTOS}
     assert report["rows"][1]["gain_db"] > 0
+    assert "8-bit" in report["protocol"]["lr"]
+
+
+def test_8bit_lr_feeds_every_model_the_same_bytes(small_images, cli_runner, tmp_path):
+    """Default LR = 8-bit values; --lr float feeds the unrounded bicubic output, which scores differently."""
+    runner = open_models([str(REFERENCE_X2)])[0]
+    seen = []
+    original = runner.__call__
+
+    class Spy:
+        arch, name, path = runner.arch, runner.name, runner.path
+
+        def __call__(self, x):
+            seen.append(x.copy())
+            return original(x)
+
+    eight = evaluate([Spy()], small_images)
+    assert seen and all(np.array_equal(x, np.rint(x)) for x in seen)  # 0-255 model: integers
+    seen.clear()
+    flt = evaluate([Spy()], small_images, float_lr=True)
+    assert any(not np.array_equal(x, np.rint(x)) for x in seen)
+    assert eight.rows[1].mean_psnr != pytest.approx(flt.rows[1].mean_psnr, abs=1e-4)
+    result = cli_runner.invoke(cli, ["evaluate", str(REFERENCE_X2), "--lr", "float", "--data", "builtin-heldout",
+                                     "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    assert "unrounded" in json.loads((tmp_path / "e.json").read_text())["protocol"]["lr"]
 
 
 def test_cli_bad_model_is_a_one_line_error(tmp_path, cli_runner):
