@@ -111,7 +111,7 @@ def markdown(rep: dict) -> str:
         f"- Input size: {'dynamic' if rep['input_size'] is None else 'x'.join(map(str, rep['input_size']))}; "
         f"output clamped: {rep['clamp']}; integer I/O: {rep['io_dtype']}",
         f"- Parity photos (held out, scikit-image): {', '.join(rep['reference']['images'])}; reference: "
-        f"{rep['reference']['runner']}",
+        f"{rep['reference']['runner']}" + (f"; LR: {rep['reference']['lr']}" if rep["reference"].get("lr") else ""),
         f"- Bicubic Y-PSNR: {rep['bicubic']['mean_y_psnr_vs_hr']:.2f} dB",
     ]
     if "fusion" in rep and "max_abs_random" in rep["fusion"]:
@@ -124,6 +124,11 @@ def markdown(rep: dict) -> str:
                      f"fp32 {s['min_ms']['fp32']:.1f} ms, int8 {s['min_ms']['int8']:.1f} ms best of {s['runs']} "
                      f"(medians {s['median_ms']['fp32']:.1f} / {s['median_ms']['int8']:.1f} ms); "
                      f"int8 speed-up {s['int8_speedup_vs_fp32']:.2f}x, activation form '{s['int8_activation_form']}'")
+    ranges = rep.get("int8_preparation", {}).get("activation_ranges")
+    if ranges:
+        lines.append(f"- int8 activation ranges: {ranges['source']}" + (
+            f", {len(ranges['tensors'])} tensors (residual {ranges['tensors'][-1]['range']} instead of "
+            f"{ranges['tensors'][-1]['converter_range']})" if ranges.get("tensors") else ""))
     if "wall_time_s" in rep:
         lines.append(f"- Export wall time: {rep['wall_time_s']:.0f} s")
     lines += ["", "## Stages", "", "| stage | max abs error | PSNR vs reference | Y-PSNR vs HR | Δ vs bicubic | tolerance | result |",
