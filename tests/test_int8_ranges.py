@@ -119,3 +119,24 @@ def test_bundled_x2_int8_is_closer_to_fp32_with_measured_ranges(tmp_path):
     plain, _ = fused_model(load_checkpoint(REFERENCE_X2))
     ranges = int8_ranges.measure(ExportNet(plain, True, "addrelu").eval(), calibration_set(plain.arch, (16, 16), count=1))
     assert int8_ranges.apply(path, ranges[:-1]) is None and path.read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act,roles", [("relu", ["conv_relu"]), ("linear", ["conv"])])
+def test_relu_and_linear_models_get_measured_ranges(tmp_path, make_ecbsr, act, roles):
+    model = make_ecbsr(blocks=1, channels=8, act=act)
+    ckpt = tmp_path / f"{act}.pth"
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(ckpt), "--act", act, "-o", str(out), "--formats", "fp32,int8",
+                                      "--input-size", "32x40", "--calib-count", "4"])
+    assert result.exit_code == 0, result.output
+    rep = json.loads((out / "report.json").read_text())
+    ranges = rep["int8_preparation"]["activation_ranges"]
+    assert ranges["source"] == "ecbdeploy (minmax)"
+    inner = model.arch.blocks + 1  # the head and the middle blocks carry an activation; the tail does not
+    assert [t["role"] for t in ranges["tensors"]] == roles * inner + ["residual"]
+    if act == "relu":
+        assert all(t["range"][0] == 0.0 for t in ranges["tensors"][:-1])
+    int8 = next(a for a in rep["artifacts"] if a.get("target") == "int8")
+    assert int8["passed"] and int8["parity"]["min_psnr_vs_reference"] >= 38.0
