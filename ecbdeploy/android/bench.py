@@ -13,14 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import EcbDeployError
 from ..fsutil import sha256_file, write_text_atomic
 from .adb import AdbError, AdbTimeout, Device, DeviceFacts, DeviceLost, Upload
-from .benchmark_output import UnparsableOutput, parse_benchmark_output
+from .benchmark_output import BenchmarkOutput, UnparsableOutput, parse_benchmark_output
 from .report import BenchResult, ResultStore
+
+# Figures a parsed benchmark_model output hands to its result record: the fields both declare.
+_MEASURED_FIELDS = tuple(f.name for f in fields(BenchResult) if f.name in {g.name for g in fields(BenchmarkOutput)})
 
 REMOTE_DIR = "/data/local/tmp/ecbdeploy/bench-android"
 REMOTE_BINARY = f"{REMOTE_DIR}/benchmark_model"
@@ -205,8 +208,7 @@ def run_combination(device: Device, facts: DeviceFacts, combo: Combination, sett
         return _fail(result, f"unparsable output: {e}")
     if shell.returncode != 0:
         return _fail(result, f"{_exit_reason(shell.returncode)} after printing timings")
-    for name in ("avg_us", "min_us", "max_us", "std_us", "p5_us", "median_us", "p95_us", "count", "first_us",
-                 "warmup_avg_us", "init_us", "peak_memory_mb", "memory_init_mb", "memory_overall_mb"):
+    for name in _MEASURED_FIELDS:
         setattr(result, name, getattr(out, name))
     result.output_format = out.format
     coverage = out.delegation_for(DELEGATES[combo.delegate].name_hint)
