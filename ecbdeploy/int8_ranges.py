@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .onnx_export import ExportNet, _PReLUAsAddRelu
+from .tflite_export import _op_names, _schema, read_model, write_model
 
 ESTIMATORS = ("minmax", "percentile")
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.01, 99.99
@@ -84,13 +85,12 @@ def measure(net: ExportNet, samples: np.ndarray, estimator: str = "minmax") -> l
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown range estimator {estimator!r}")
-    colors = net.arch.colors
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(samples, np.float32).reshape(-1, *samples.shape[1:3], colors)
-                                              .transpose(0, 3, 1, 2)))
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(samples, np.float32).transpose(0, 3, 1, 2)))
+    net.eval()
     ranges: list[TensorRange] | None = None
     with torch.no_grad():
         for i in range(x.shape[0]):
-            trace = _trace(net.eval(), x[i:i + 1])
+            trace = _trace(net, x[i:i + 1])
             if trace is None:
                 return None
             bounds = [_sample_bounds(t, estimator) for _, _, _, t, _ in trace]
@@ -120,8 +120,6 @@ def _producers(model, names: list[str]) -> list[tuple[str, object]]:
 def apply(path, ranges: list[TensorRange]) -> list[dict] | None:
     """Write `ranges` into the int8 .tflite at `path`; None (file untouched) when the graph's
     producer ops do not match the float network's, op for op."""
-    from .tflite_export import _op_names, _schema, read_model, write_model
-
     schema = _schema()
     model = read_model(path)
     graph = model.subgraphs[0]
